@@ -151,11 +151,13 @@ def step_dataset(streams: Streams, encoder, *, image_size: int, batch_size: int,
   if min(weights) <= 0:
     raise DataError(f"categorical dataset weights must be positive, got {weights}")
   mixed = grain.MapDataset.mix(parts, weights=weights) if len(parts) > 1 else parts[0]
-  categorical = mixed[process_index::process_count].random_map(
+  # Random ops are keyed by the global element index (before the per-process slice), so an example is
+  # augmented and prompted the same way whatever the process count.
+  categorical = mixed.random_map(
       CategoricalPreprocess(image_size=image_size, augment=augment, template=streams.template,
                             knowledge=streams.knowledge, category_ids=category_ids, encoder=encoder,
                             ood_ban=streams.ood_ban),
-      seed=seed + 7).batch(batch_size // process_count, drop_remainder=True)
+      seed=seed + 7)[process_index::process_count].batch(batch_size // process_count, drop_remainder=True)
   elite = (grain.MapDataset.source(streams.elite).shuffle(seed=seed + 13).repeat()[process_index::process_count]
            .map(ElitePreprocess(image_size=image_size, encoder=encoder))
            .batch(elite_batch_size // process_count, drop_remainder=True))

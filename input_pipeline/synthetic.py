@@ -241,9 +241,9 @@ def _vessel_tree(rng: np.random.Generator, lay: dict, artery_scale=1.0, vein_sca
             th1 = rng.uniform(2.3, 2.8)
             n = 22
             th = np.linspace(0.1, th1, n)
-            amp = 0.09 if occl else 0.035
-            wob = 1 + amp * np.sin(th * rng.uniform(3, 6) * (2.5 if occl else 1.0)
-                                   + rng.uniform(0, 2 * np.pi))
+            wob = 1 + 0.035 * np.sin(th * rng.uniform(3, 6) + rng.uniform(0, 2 * np.pi))
+            if occl:  # tortuous: an extra wiggle that the 22 points still resolve
+                wob = wob + 0.06 * np.sin(th * rng.uniform(7, 9) + rng.uniform(0, 2 * np.pi))
             x = F[0] + side * a * np.cos(th) * wob
             y = F[1] + vy * b * np.sin(th) * wob + (D[1] - F[1]) * (1 - th / th1)
             pts = np.vstack([D[None], np.stack([x, y], 1)])
@@ -406,7 +406,7 @@ def _render_cfp(class_name: str, rng: np.random.Generator, size: int):
     cupc = D + [-side * 0.08 * dd * (1 - cdr), 0.0]
     rcup = np.sqrt(((xx - cupc[0]) / (cdr * rx)) ** 2 + ((yy - cupc[1]) / (cdr * ry)) ** 2)
     cup_col = np.array([255, 240, 215], np.float32) * bright
-    img = _blend(img, 0.95 * np.clip((1.0 - rcup) / 0.3, 0, 1), cup_col)
+    img = _blend(img, 0.95 * np.clip((1.0 - rcup) / 0.15, 0, 1), cup_col)
 
     # Vessels: a multiplicative layer (veins darker and wider than arteries).
     hr = class_name == "hypertensive retinopathy"
@@ -428,7 +428,8 @@ def _render_cfp(class_name: str, rng: np.random.Generator, size: int):
 
     u = w / 128.0  # one "pixel at 128 px"
     findings: list[str] = []
-    red_dark = np.array([95, 15, 15], np.float32)
+    red_dark = np.array([95, 15, 15], np.float32)  # dot and blot haemorrhages
+    red_flame = np.array([150, 22, 14], np.float32)  # flame haemorrhages (nerve fibre layer)
 
     if class_name == "diabetic retinopathy":
         k, ext = _extent(rng)
@@ -491,7 +492,7 @@ def _render_cfp(class_name: str, rng: np.random.Generator, size: int):
             v = p - D
             _rotated_ellipse(fl.draw, *p, u * rng.uniform(4, 7), u * rng.uniform(1.0, 1.6),
                              np.arctan2(v[1], v[0]), 255)
-        img = _blend(img, 0.9 * fl.alpha(0.4 * u), red_dark * illum[..., None])
+        img = _blend(img, 0.9 * fl.alpha(0.4 * u), red_flame * illum[..., None])
         findings.append(f"{_EXT_CAP[ext]} cotton-wool spots {_LOC_PHRASE[region]} with "
                         f"flame-shaped haemorrhages.")
         findings.append(rng.choice(["Generalised arteriolar narrowing.",
@@ -505,7 +506,7 @@ def _render_cfp(class_name: str, rng: np.random.Generator, size: int):
             v = p - D
             _rotated_ellipse(fl.draw, *p, u * rng.uniform(5, 9), u * rng.uniform(1.6, 2.6),
                              np.arctan2(v[1], v[0]) + rng.normal(0, 0.3), 255)
-        img = _blend(img, 0.92 * fl.alpha(0.4 * u), red_dark * illum[..., None])
+        img = _blend(img, 0.92 * fl.alpha(0.4 * u), red_flame * illum[..., None])
         vname = region.split()[0]
         findings.append(f"Dilated tortuous {vname} temporal vein with {ext} flame-shaped "
                         f"haemorrhages confined to the {region} quadrant.")
@@ -523,7 +524,7 @@ def _render_cfp(class_name: str, rng: np.random.Generator, size: int):
     fov = np.clip((lay["R"] - rr) / (0.012 * w), 0, 1)
     img *= fov[..., None]
     out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    out = out.filter(ImageFilter.GaussianBlur(0.0035 * w))
+    out = out.filter(ImageFilter.GaussianBlur(0.0025 * w))
     if class_name == "cataract":
         out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.02, 0.03) * w))
         haze = rng.uniform(0.35, 0.5)
@@ -621,13 +622,18 @@ def _render_ffa(class_name: str, rng: np.random.Generator, size: int):
         pts = _region_points(rng, lay, region, 6)
         c = pts.mean(0)
         rad = w * (rng.uniform(0.19, 0.24) if large else rng.uniform(0.14, 0.17))
+        v = c - lay["c"]  # keep the whole area inside the field of view
+        excess = np.hypot(*v) + 0.8 * rad - 0.92 * lay["R"]
+        if excess > 0:
+            c = c - v / max(np.hypot(*v), 1e-6) * excess
         for p in pts:
             q = c + 0.4 * (p - c)
             _ellipse(m.draw, *q, rad * rng.uniform(0.6, 0.9), rad * rng.uniform(0.6, 0.9), 255)
         a = m.alpha(0.15 * rad)
         img = img * (1.0 - 0.9 * a)
         ring = np.clip(a * (1 - a) * 4, 0, 1)  # leaky vessels at the border
-        img = img + 70.0 * ring
+        patchy = np.clip(0.6 + 0.8 * _smooth_noise(rng, h, w, 0.03 * w), 0, 1.6)
+        img = img + 110.0 * ring * patchy
         findings.append(f"{'Large' if large else 'Small'} area of capillary non-perfusion "
                         f"{_LOC_PHRASE[region]}, with pruned vessels and leaking borders.")
     elif class_name == "choroidal neovascularization":
@@ -747,7 +753,7 @@ def _render_oct(class_name: str, rng: np.random.Generator, size: int):
             f"intraretinal fluid cysts and hyperreflective foci."]))
     elif class_name == "central serous chorioretinopathy":
         large = rng.random() < 0.5
-        hmax = h * (rng.uniform(0.08, 0.11) if large else rng.uniform(0.04, 0.06))
+        hmax = h * (rng.uniform(0.1, 0.14) if large else rng.uniform(0.06, 0.08))
         wd = w * (rng.uniform(0.16, 0.22) if large else rng.uniform(0.09, 0.13))
         th["srf"] = (hmax * np.clip(1 - ((x - loc_x) / wd) ** 2, 0, 1) ** 0.7).astype(np.float32)
         findings.append(f"{'Large' if large else 'Small'} dome-shaped serous detachment of the "
@@ -765,15 +771,15 @@ def _render_oct(class_name: str, rng: np.random.Generator, size: int):
         findings.append(f"{_EXT_CAP[ext]} drusen elevating the retinal pigment epithelium {loc}.")
     elif class_name == "choroidal neovascularization":
         large = rng.random() < 0.5
-        s = w * (rng.uniform(0.045, 0.06) if large else rng.uniform(0.028, 0.038))
-        hh = h * (rng.uniform(0.13, 0.17) if large else rng.uniform(0.09, 0.12))
+        s = w * (rng.uniform(0.05, 0.065) if large else rng.uniform(0.035, 0.045))
+        hh = h * (rng.uniform(0.16, 0.2) if large else rng.uniform(0.12, 0.15))
         irr = 1 + 0.15 * np.sin(x / s * 2.1 + rng.uniform(0, 6))
         th["sub_rpe"] = (hh * g(loc_x, s) * irr).astype(np.float32)
         sub_value = 0.9
         srf = np.zeros(w, np.float32)
         for sgn in (-1, 1):
             sx = loc_x + sgn * 1.7 * s
-            srf += (rng.uniform(0.03, 0.05) * h
+            srf += (rng.uniform(0.045, 0.07) * h
                     * np.clip(1 - ((x - sx) / (1.1 * s)) ** 2, 0, 1) ** 0.7)
         th["srf"] = srf.astype(np.float32)
         findings.append(f"{'Large' if large else 'Small'} hyperreflective lesion beneath the "
@@ -833,11 +839,14 @@ def _render_oct(class_name: str, rng: np.random.Generator, size: int):
                                           0.4, 1.3), img)
 
     # Horizontally elongated multiplicative speckle, then a little blur and a noise floor.
+    # Speckle is finer than a pixel at low resolution, so it averages out: its shape
+    # parameter grows as the image shrinks.
     noisy = rng.random() < 0.4
-    k_sp = rng.uniform(1.3, 2.0) if noisy else rng.uniform(3.5, 5.0)
+    k_sp = (rng.uniform(1.3, 2.0) if noisy else rng.uniform(3.5, 5.0)) * max(1.0, 256.0 / w)
     sp = rng.gamma(k_sp, 1.0 / k_sp, (h, max(2, w // 2))).astype(np.float32)
     sp = np.asarray(Image.fromarray(sp).resize((w, h), Image.BILINEAR))
-    floor = rng.gamma(1.5, 1.0, (h, w)).astype(np.float32) * (0.05 if noisy else 0.025)
+    floor = rng.gamma(1.5, 1.0, (h, w)).astype(np.float32) \
+        * ((0.05 if noisy else 0.025) * min(1.0, np.sqrt(w / 256.0)))
     gain = rng.uniform(0.7, 0.85) if noisy else rng.uniform(0.95, 1.1)
     img = (img * sp * gain + floor) * 235.0
     out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
