@@ -33,6 +33,12 @@ def get_config(modality: str, variant: str | None = None) -> ml_collections.Conf
   c.model.reference = dict(num_heads=2, dropout=0.5, softmax_over="keys")   # 'heads' = KeepFIT v1
   c.model.decoder = dict(enabled=True, num_layers=3, width=512, num_heads=8, mlp_ratio=4, dropout=0.1, max_len=256)
 
+  # --- initialisation of a fresh run (a run that finds checkpoints in its workdir resumes instead)
+  c.init = ml_collections.ConfigDict()
+  c.init.vision = ""     # torchvision ResNet-50 ImageNet weights (.pth / state_dict); '' = random init
+  c.init.text = ""       # Hugging Face BERT directory or hub id (e.g. emilyalsentzer/Bio_ClinicalBERT)
+  c.init.model = ""      # a released FLAIR or KeepFIT v1 checkpoint (whole model)
+
   # --- text
   c.text = ml_collections.ConfigDict()
   c.text.tokenizer = "emilyalsentzer/Bio_ClinicalBERT"   # a directory with vocab.txt, or a hub id; 'synthetic' = built from the demo corpus
