@@ -2,12 +2,19 @@
 
 WORKDIR/checkpoints/<step>/{state, data}: `state` is the train-state dict (parameters, optimizer,
 BatchNorm statistics, RNG, step), `data` the Grain iterator state as JSON. A run started again on
-the same workdir restores the latest step onto the current mesh (the abstract state carries the
-new shardings) and continues the data stream where it stopped.
+the same workdir restores the newest readable step onto the current mesh (the abstract state
+carries the new shardings) and continues the data stream where it stopped.
+
+Integrity: Orbax writes each step into a temporary directory and renames it when complete, so a
+run killed mid-save leaves no half step behind. A finished step that cannot be read (a corrupt or
+truncated file) is moved aside to `<step>.corrupt` with a warning and the previous step is used.
+A checkpoint written by a different model (other shapes or parameter names) is never skipped
+silently: it stops the run with the list of differences.
 """
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
@@ -19,12 +26,47 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint does not fit the model in the config."""
 
 
+class NoReadableCheckpointError(RuntimeError):
+  pass
+
+
+def _path_str(path) -> str:
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def tree_shapes(tree) -> dict[str, tuple[int, ...]]:
+  return {_path_str(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def shape_differences(saved: dict, wanted: dict, limit: int = 20) -> list[str]:
+  """Human-readable differences between two {path: shape} tables (empty when they match)."""
+  out = [f"missing in checkpoint: {k} {wanted[k]}" for k in sorted(wanted.keys() - saved.keys())]
+  out += [f"not in this model: {k} {saved[k]}" for k in sorted(saved.keys() - wanted.keys())]
+  out += [f"shape differs: {k} checkpoint {saved[k]} vs model {wanted[k]}"
+          for k in sorted(wanted.keys() & saved.keys()) if tuple(saved[k]) != tuple(wanted[k])]
+  return out if len(out) <= limit else out[:limit] + [f"... and {len(out) - limit} more"]
+
+
 class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 3):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
-    self.manager = ocp.CheckpointManager(self.directory, item_names=("state", "data"), options=options)
+    self._keep = keep
+    self._open()
+
+  def _open(self):
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True, enable_async_checkpointing=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -33,15 +75,44 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     data=ocp.args.JsonSave(data_state)), force=True)
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                                    data=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
+  def check_compatible(self, step: int, abstract_state: Any) -> None:
+    """Raises CheckpointMismatchError listing every parameter whose name or shape differs."""
+    saved = self.manager.item_metadata(step)["state"]
+    problems = []
+    for part in ("params", "batch_stats"):
+      problems += shape_differences(tree_shapes(saved[part]), tree_shapes(abstract_state[part]))
+    if problems:
       raise CheckpointMismatchError(
-          f"checkpoint {self.directory}/{step} does not fit the model in this config ({e}). Use a new --workdir "
-          f"for a different model, or the config that wrote it.") from e
+          f"checkpoint {self.directory}/{step} was written by a different model:\n  " + "\n  ".join(problems) +
+          "\nUse a new --workdir for this config, or the config that wrote the checkpoint.")
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    self.check_compatible(step, abstract_state)
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                                  data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+    """The newest readable checkpoint as (step, state, data state); None when there is none."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        state, data = self.restore(step, abstract_state)
+        return step, state, data
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # noqa: BLE001 -- any read failure of one step means: try the previous one
+        aside = os.path.join(self.directory, f"{step}.corrupt-{int(time.time())}")
+        logging.warning("checkpoint %s/%d cannot be read (%s: %s); moved to %s, falling back to the previous one",
+                        self.directory, step, type(e).__name__, str(e)[:300], aside)
+        self.manager.close()
+        if jax.process_index() == 0:
+          os.rename(os.path.join(self.directory, str(step)), aside)
+        self._open()
+    if steps:
+      raise NoReadableCheckpointError(f"none of the checkpoints {steps} in {self.directory} can be read; they were "
+                                      f"moved aside to <step>.corrupt-*; remove them to start from scratch")
+    return None
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -13,6 +13,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cfp.py:demo", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics.jsonl and TensorBoard events go.")
 flags.mark_flags_as_required(["config", "workdir"])
+_MULTIPROCESS = flags.DEFINE_bool(
+    "multiprocess", False, "Call jax.distributed.initialize() (auto-detects Cloud TPU pods, SLURM, Open MPI).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a manual multi-process "
+                                   "launch (with --num_processes and --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (manual multi-process launch).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (manual multi-process launch).")
 
 
 class _QuietLibraries(logging.logging.Filter):
@@ -28,15 +34,19 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   from input_pipeline.pipeline import DataError
   from keepfit_jax import train
-  from keepfit_jax.checkpoint import CheckpointMismatchError
+  from keepfit_jax.checkpoint import CheckpointMismatchError, NoReadableCheckpointError
   from keepfit_jax.sharding import ConfigError
 
+  if _MULTIPROCESS.value or _COORDINATOR.value:
+    import jax
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     metrics = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except train.Preempted as e:
     logging.warning("%s", e)
     sys.exit(train.PREEMPTED_EXIT_CODE)
-  except (ConfigError, DataError, CheckpointMismatchError, train.NonFiniteLossError) as e:
+  except (ConfigError, DataError, CheckpointMismatchError, NoReadableCheckpointError,
+          train.NonFiniteLossError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

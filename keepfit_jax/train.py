@@ -12,7 +12,7 @@ import functools
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ import optax
 from absl import logging
 
 from input_pipeline import pipeline, prompts, sources
-from keepfit_jax import evaluate, sharding, tokenizer as tokenizer_lib
+from keepfit_jax import evaluate, sharding, tokenizer as tokenizer_lib, weights
 from keepfit_jax.checkpoint import Checkpointer, abstract_with_shardings
 from keepfit_jax.metric_writer import MetricWriter
 from keepfit_jax.models.keepfit import KeepFITConfig
@@ -160,8 +160,12 @@ def build_train_program(config, model_cfg: KeepFITConfig, mesh, sample_batch) ->
                       init=jax.jit(init_fn, out_shardings=state_sh), step=step_fn)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes) to config.train.total_steps; returns the last evaluation's metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       fault_hook: Callable[[int, dict], dict] | None = None) -> dict[str, float]:
+  """Trains (or resumes) to config.train.total_steps; returns the last evaluation's metrics.
+
+  `fault_hook(step, host_batch) -> host_batch` lets tests inject faults (see keepfit_jax.testing.faults).
+  """
   validate_config(config)
   streams = sources.build_streams(config)          # missing data fails here, before anything is compiled
   mesh = sharding.create_mesh(config.mesh)
@@ -184,14 +188,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with jax.set_mesh(mesh):
     checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
     writer = MetricWriter(workdir)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-      state, data_state = checkpointer.restore(latest, abstract_with_shardings(program.abstract_state,
-                                                                               program.state_shardings))
+    restored = checkpointer.restore_latest(abstract_with_shardings(program.abstract_state, program.state_shardings))
+    if restored is not None:
+      latest, state, data_state = restored
       writer.truncate_after(latest)
       logging.info("resumed from %s at step %d", checkpointer.directory, latest)
     else:
       state, data_state = program.init(), None
+      if any(config.init.values()):
+        try:
+          state["params"], state["batch_stats"] = weights.apply_init(config, state["params"], state["batch_stats"])
+        except (ValueError, OSError) as e:
+          raise ConfigError(f"config.init: {e}") from e
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(program.abstract_state["params"]))
     logging.info("model: %.2fM parameters; mesh %s", n_params / 1e6, dict(mesh.shape))
 
@@ -214,17 +222,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
       with _StopFlag() as stop:
         while step < total:
-          batch = _to_global(next(iterator), batch_sh, jax.process_count())
-          state, metrics = program.step(state, batch)
+          host_batch = next(iterator)
+          if fault_hook is not None:
+            host_batch = fault_hook(step + 1, host_batch)
+          state, metrics = program.step(state, _to_global(host_batch, batch_sh, jax.process_count()))
           step += 1
-          skipped = int(jax.device_get(state["skipped"]))   # also paces the host with the device
-          if skipped >= config.train.max_consecutive_skips:
-            checkpointer.wait()
-            raise NonFiniteLossError(
-                f"{skipped} consecutive steps up to step {step} had a non-finite loss or gradient and were skipped; "
-                f"the last batch came from categorical datasets "
-                f"{sorted({streams.categorical[i].name for i in np.unique(np.asarray(batch['categorical']['source']))})}. "
-                f"Lower config.optim.lr or check the data; the last good state is in {checkpointer.directory}")
           if step == step_start + 1:         # time from the end of the first (compiling) step
             t_start = time.time()
           if step % config.train.log_every == 0 or step == total or step == step_start + 1:
@@ -238,6 +240,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             terms = " ".join(f"{k[5:]} {float(v):.4f}" for k, v in m.items() if k.startswith("loss_"))
             logging.info("step %d/%d | loss %.4f | %s | %.1f img/s | ETA %s", step, total, float(m["loss"]), terms,
                          rate * images_per_step, _format_eta((total - step) / rate) if rate > 0 else "-")
+          skipped = int(jax.device_get(state["skipped"]))   # also paces the host with the device
+          if skipped >= config.train.max_consecutive_skips:
+            checkpointer.wait()
+            raise NonFiniteLossError(
+                f"{skipped} consecutive steps up to step {step} had a non-finite loss or gradient and were skipped; "
+                f"the last batch came from categorical datasets "
+                f"{sorted({streams.categorical[i].name for i in np.unique(host_batch['categorical']['source'])})}. "
+                f"Lower config.optim.lr or check the data; the last good state is in {checkpointer.directory}")
           if step % config.train.eval_every == 0 or step == total:
             last_eval = run_evaluators(evaluators, embedder, state, step, writer)
           if step % config.train.checkpoint_every == 0 or step == total or stop.signame:

@@ -74,8 +74,10 @@ def init_state(model: KeepFIT, tx, seed: int) -> dict:
 
 
 def images_to_float(images: jax.Array) -> jax.Array:
-  """uint8 pixels -> [0, 1] (FLAIR / KeepFIT feed unnormalised pixels)."""
-  return images.astype(jnp.float32) / 255.0
+  """uint8 pixels -> [0, 1] (FLAIR / KeepFIT feed unnormalised pixels); float images pass through."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
 
 
 def keepfit_losses(model: KeepFIT, batch: dict, rng: jax.Array, weights: LossWeights, *, groups: int = 1,

@@ -19,6 +19,7 @@ from keepfit_jax.models.attention import MultiHeadAttention
 from keepfit_jax.models.bert import BertConfig, BertModel, layer_mean_pool
 from keepfit_jax.models.caption_decoder import CaptionDecoder, CaptionDecoderConfig
 from keepfit_jax.models.resnet import PRESETS as RESNET_PRESETS, ResNet, ResNetConfig
+from keepfit_jax.models.vit import PRESETS as VIT_PRESETS, ViT, ViTConfig
 
 # exp(logit_scale) is clamped to [1, 100] as in FLAIR / CLIP.
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
@@ -27,7 +28,7 @@ LOGIT_SCALE_MAX = math.log(100.0)
 
 @dataclasses.dataclass(frozen=True)
 class KeepFITConfig:
-  vision: ResNetConfig
+  vision: ResNetConfig | ViTConfig       # both expose features_dim and reduction
   text: BertConfig
   decoder: CaptionDecoderConfig | None
   image_size: int
@@ -44,9 +45,7 @@ class KeepFITConfig:
 
   @classmethod
   def from_config(cls, model: ml_collections.ConfigDict, *, image_size: int, vocab_size: int) -> "KeepFITConfig":
-    v = model.vision
-    vision = (RESNET_PRESETS[v.variant] if v.variant != "custom"
-              else ResNetConfig(v.block, tuple(v.stage_sizes), v.width))
+    vision = vision_config(model.vision, image_size)
     t = model.text
     text = BertConfig(vocab_size=vocab_size, hidden_size=t.hidden_size, num_layers=t.num_layers,
                       num_heads=t.num_heads, intermediate_size=t.intermediate_size,
@@ -64,11 +63,31 @@ class KeepFITConfig:
                text_pooling=model.text_pooling)
 
 
+def vision_config(v: ml_collections.ConfigDict, image_size: int) -> ResNetConfig | ViTConfig:
+  """config.model.vision -> the tower's config: 'resnet18/50/101', 'custom' (ResNet), 'vit_b16', 'vit_b32',
+  'vit_custom' (reads patch_size, width, depth, num_heads, mlp_dim and optionally pool)."""
+  if v.variant in RESNET_PRESETS:
+    return RESNET_PRESETS[v.variant]
+  if v.variant == "custom":
+    return ResNetConfig(v.block, tuple(v.stage_sizes), v.width)
+  if v.variant in VIT_PRESETS:
+    return dataclasses.replace(VIT_PRESETS[v.variant], image_size=image_size, pool=v.get("pool", "cls"))
+  if v.variant == "vit_custom":
+    missing = [k for k in ("patch_size", "width", "depth", "num_heads", "mlp_dim") if k not in v]
+    if missing:
+      raise ValueError(f"config.model.vision.variant='vit_custom' needs config.model.vision.{{{', '.join(missing)}}}")
+    return ViTConfig(patch_size=v.patch_size, width=v.width, depth=v.depth, num_heads=v.num_heads,
+                     mlp_dim=v.mlp_dim, image_size=image_size, pool=v.get("pool", "cls"))
+  raise ValueError(f"config.model.vision.variant must be one of {sorted(RESNET_PRESETS)}, 'custom', "
+                   f"{sorted(VIT_PRESETS)} or 'vit_custom', got {v.variant!r}")
+
+
 class KeepFIT(nnx.Module):
 
   def __init__(self, cfg: KeepFITConfig, *, dtype: Any = None, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.vision = ResNet(cfg.vision, dtype=dtype, rngs=rngs)
+    tower = ViT if isinstance(cfg.vision, ViTConfig) else ResNet
+    self.vision = tower(cfg.vision, dtype=dtype, rngs=rngs)
     self.text = BertModel(cfg.text, dtype=dtype, rngs=rngs)
     p = cfg.projection_dim
     self.vision_projection = layers.dense(cfg.vision.features_dim, p, ("embed", "mlp"), use_bias=False,
