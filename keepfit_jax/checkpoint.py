@@ -78,9 +78,9 @@ class Checkpointer:
   def check_compatible(self, step: int, abstract_state: Any) -> None:
     """Raises CheckpointMismatchError listing every parameter whose name or shape differs."""
     saved = self.manager.item_metadata(step)["state"]
-    problems = []
-    for part in ("params", "batch_stats"):
-      problems += shape_differences(tree_shapes(saved[part]), tree_shapes(abstract_state[part]))
+    part_shapes = lambda tree: {f"{part}/{k}": v for part in ("params", "batch_stats")
+                                for k, v in tree_shapes(tree[part]).items()}
+    problems = shape_differences(part_shapes(saved), part_shapes(abstract_state))
     if problems:
       raise CheckpointMismatchError(
           f"checkpoint {self.directory}/{step} was written by a different model:\n  " + "\n  ".join(problems) +
