@@ -22,7 +22,10 @@ from keepfit_jax.train_step import images_to_float
 class Embedder:
   """Jitted, batched image and text embedding with the model's current parameters."""
 
-  def __init__(self, graphdef, encoder, *, batch_size: int, mesh, state_shardings, batch_sharding_fn):
+  def __init__(self, graphdef, encoder, *, batch_size: int, mesh, state_shardings, batch_sharding_fn,
+               batch_multiple: int = 1):
+    # Batches are split over the data-parallel devices: round the batch size up to a multiple of them.
+    batch_size = -(-batch_size // batch_multiple) * batch_multiple
     self.encoder, self.batch_size, self.mesh = encoder, batch_size, mesh
     self._batch_sharding = batch_sharding_fn
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -35,7 +35,7 @@ def build_vocab(corpus: Iterable[str]) -> list[str]:
 def write_vocab(corpus: Iterable[str], directory: str) -> str:
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, "vocab.txt")
-  tmp = path + ".tmp"
+  tmp = f"{path}.{os.getpid()}.tmp"      # several processes of one run may write the same (identical) file
   with open(tmp, "w") as f:
     f.write("\n".join(build_vocab(corpus)) + "\n")
   os.replace(tmp, path)

@@ -87,6 +87,7 @@ class _StopFlag:
   def __init__(self):
     self.signame = None
     self._previous = {}
+    self._sync_point_available = True
 
   def __enter__(self):
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,6 +99,24 @@ class _StopFlag:
       raise KeyboardInterrupt        # a second Ctrl-C stops at once
     self.signame = signal.Signals(signum).name
     logging.warning("%s received: checkpointing at the next step boundary", self.signame)
+
+  def requested(self, step: int) -> str | None:
+    """Why to stop after `step`, agreed by all processes: a signal on any of them, or the preemption notice
+    that JAX's coordination service relays on Cloud TPU / GCE (multi-process runs)."""
+    if jax.process_count() == 1:
+      return self.signame
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.int32(self.signame is not None))
+    if np.asarray(flags).any():
+      return self.signame or "a signal on another process"
+    if self._sync_point_available:
+      try:
+        if multihost_utils.reached_preemption_sync_point(step):
+          return "preemption notice"
+      except RuntimeError as e:     # no preemption service (e.g. a manual CPU launch)
+        logging.info("preemption sync point unavailable: %s", e)
+        self._sync_point_available = False
+    return None
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -212,7 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     evaluators = _make_evaluators(config, streams, eval_sets)
     embedder = evaluate.Embedder(program.graphdef, encoder, batch_size=config.eval.batch_size, mesh=mesh,
                                  state_shardings=program.state_shardings,
-                                 batch_sharding_fn=lambda nd: sharding.batch_sharding(mesh, rules, nd))
+                                 batch_sharding_fn=lambda nd: sharding.batch_sharding(mesh, rules, nd),
+                                 batch_multiple=dp)
 
     total = config.train.total_steps
     step = int(jax.device_get(state["step"]))
@@ -250,11 +270,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 f"Lower config.optim.lr or check the data; the last good state is in {checkpointer.directory}")
           if step % config.train.eval_every == 0 or step == total:
             last_eval = run_evaluators(evaluators, embedder, state, step, writer)
-          if step % config.train.checkpoint_every == 0 or step == total or stop.signame:
+          stopping = stop.requested(step)
+          if step % config.train.checkpoint_every == 0 or step == total or stopping:
             checkpointer.save(step, state, {"iterator": iterator.get_state(), "step": step})
-          if stop.signame and step < total:
+          if stopping and step < total:
             checkpointer.wait()
-            raise Preempted(step, stop.signame)
+            raise Preempted(step, stopping)
       checkpointer.wait()
     finally:
       checkpointer.close()

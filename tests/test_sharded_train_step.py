@@ -58,3 +58,11 @@ def test_per_device_contrastive_scope_differs_from_global(setup):
   local, _ = run_two_steps(config, encoder, batches[:1], jax.devices())
   # Blocks of 2 see far fewer negatives: the per-device loss is much smaller than the global one.
   assert float(local[0]["loss_cat"]) < float(glob[0]["loss_cat"]) - 0.5
+
+
+def test_whole_loop_with_evaluation_runs_on_eight_devices(tmp_path):
+  # 20 held-out items per eval batch do not split over 8 devices: the evaluator pads to a multiple.
+  config = helpers.tiny_config(**{"train.total_steps": 2, "train.eval_every": 2, "eval.batch_size": 20})
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert {"eval/zeroshot/aca", "eval/zeroshot/auc", "eval/retrieval/i2t_r5"} <= set(metrics)
+  assert 0.0 <= metrics["eval/zeroshot/aca"] <= 1.0
