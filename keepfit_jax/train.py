@@ -195,6 +195,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       raise ConfigError(f"config.train.{key}={config.train[key]} is not divisible by the {dp} data-parallel "
                         f"devices of mesh {dict(mesh.shape)}")
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:          # what keepfit_jax.inference.Predictor.from_workdir rebuilds the model from
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   tok = load_text_tokenizer(config, workdir)
   encoder = tokenizer_lib.TextEncoder(tok, config.text.max_len)
   model_cfg = KeepFITConfig.from_config(config.model, image_size=config.image_size, vocab_size=len(tok))
