@@ -77,6 +77,10 @@ def get_config(modality: str, variant: str | None = None) -> ml_collections.Conf
   c.data.categorical_csv = ""          # FLAIR format: image, atributes, categories
   c.data.elite_csv = ""                # MM-Retinal format: image, caption
   c.data.image_root = ""
+  c.data.dataset_weights = ""          # '' = uniform per dataset (FLAIR); or '01_EYEPACS=2,05_REFUGE=1,...'
+  c.data.knowledge = ""                # JSON {category: [expert descriptions]} (e.g. FLAIR's / KeepFIT's dictionary)
+  c.data.heldout_elite = 0             # elite CSV rows (the last N) held out of training for retrieval evaluation
+  c.data.eval_csv = ""                 # FLAIR-format held-out set for zero-shot evaluation (label = first category)
   c.data.knowledge_augmentation = True
   c.data.augment = True
   c.data.ood_ban = ("myopia", "cataract", "macular hole", "retinitis pigmentosa")

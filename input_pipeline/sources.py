@@ -8,11 +8,13 @@ from __future__ import annotations
 import ast
 import csv
 import dataclasses
+import json
 import os
 from typing import Sequence
 
 import ml_collections
 import numpy as np
+from absl import logging
 from PIL import Image, UnidentifiedImageError
 
 from input_pipeline import prompts, synthetic
@@ -192,6 +194,50 @@ class EliteCsvSource:
             "caption": caption, "id": image}
 
 
+def _parse_weights(spec: str, names: Sequence[str]) -> dict[str, float]:
+  weights = {n: 1.0 for n in names}
+  for item in filter(None, (x.strip() for x in spec.split(","))):
+    name, sep, value = item.partition("=")
+    if not sep or name not in weights:
+      raise DataError(f"config.data.dataset_weights: {item!r} must be NAME=WEIGHT with NAME one of {sorted(names)}")
+    try:
+      weights[name] = float(value)
+    except ValueError:
+      raise DataError(f"config.data.dataset_weights: weight of {name!r} is not a number: {value!r}") from None
+  return weights
+
+
+def load_knowledge(path: str) -> dict[str, tuple[str, ...]]:
+  """A domain-knowledge dictionary: JSON object {category: [description, ...]}."""
+  try:
+    with open(path) as f:
+      raw = json.load(f)
+  except FileNotFoundError:
+    raise DataError(f"config.data.knowledge: {path} does not exist") from None
+  except json.JSONDecodeError as e:
+    raise DataError(f"config.data.knowledge: {path} is not valid JSON ({e})") from None
+  if not isinstance(raw, dict) or not all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+                                          for v in raw.values()):
+    raise DataError(f"config.data.knowledge: {path} must be a JSON object mapping each category to a list of "
+                    f"descriptions")
+  return {k.strip(): tuple(x.strip() for x in v) for k, v in raw.items()}
+
+
+class _Rows:
+  """The first `n` records of a source (the elite rows left for training when some are held out)."""
+
+  def __init__(self, source, n: int):
+    self.source, self.n = source, n
+
+  def __len__(self):
+    return self.n
+
+  def __getitem__(self, i):
+    if not 0 <= i < self.n:
+      raise IndexError(i)
+    return self.source[i]
+
+
 def _csv_streams(config: ml_collections.ConfigDict) -> Streams:
   d, m = config.data, config.modality
   for key, what, example in (("categorical_csv", "FLAIR-format CSV (image, atributes, categories)", "flair.csv"),
@@ -200,9 +246,27 @@ def _csv_streams(config: ml_collections.ConfigDict) -> Streams:
     if not d[key]:
       raise DataError(_MISSING_DATA.format(key=key, what=what, example=example, modality=m))
   per_dataset = FlairCsvSource(d.categorical_csv, d.image_root).split_by_dataset()
-  categorical = [CategoricalSource(name, src, 1.0) for name, src in per_dataset.items()]   # FLAIR: uniform balance
-  return Streams(categorical=categorical, elite=EliteCsvSource(d.elite_csv, d.image_root),
-                 template=prompts.TEMPLATES[m], knowledge=synthetic.KNOWLEDGE if d.knowledge_augmentation else None,
+  weights = _parse_weights(d.dataset_weights, list(per_dataset))
+  categorical = [CategoricalSource(name, src, weights[name]) for name, src in per_dataset.items()]
+  elite = EliteCsvSource(d.elite_csv, d.image_root)
+  if d.heldout_elite:
+    if d.heldout_elite >= len(elite):
+      raise DataError(f"config.data.heldout_elite={d.heldout_elite} leaves no elite pair of {d.elite_csv} "
+                      f"({len(elite)} rows) for training")
+    elite = _Rows(elite, len(elite) - d.heldout_elite)
+  knowledge = None
+  if d.knowledge_augmentation:
+    if d.knowledge:
+      knowledge = load_knowledge(d.knowledge)
+      names = {c for src in per_dataset.values() for i in range(len(src)) for c in src.categories_of(i)}
+      missing = sorted(names - set(knowledge) - set(d.ood_ban))
+      if missing:
+        logging.warning("config.data.knowledge has no descriptions for %d categories (they keep their name): %s",
+                        len(missing), ", ".join(missing[:20]))
+    else:
+      logging.warning("config.data.knowledge is not set: knowledge augmentation and domain-knowledge zero-shot "
+                      "are off. Point it at a JSON {category: [descriptions]} dictionary to turn them on.")
+  return Streams(categorical=categorical, elite=elite, template=prompts.TEMPLATES[m], knowledge=knowledge,
                  ood_ban=tuple(d.ood_ban))
 
 
@@ -227,21 +291,37 @@ class EvalSets:
 
 
 def build_eval_sets(config: ml_collections.ConfigDict) -> EvalSets:
-  """Held-out synthetic sets (other seeds than training). Real-data evaluation sets come with their own configs."""
+  """Held-out sets: synthetic ones drawn with other seeds, or config.data.eval_csv / heldout_elite for real data."""
   from input_pipeline.transforms import letterbox
-  if config.data.source != "synthetic":
-    return EvalSets()
-  s, m = config.data.synthetic, config.modality
-  classes = synthetic.CLASSES[m]
-  zs = synthetic.SyntheticSource(m, num_records=s.heldout_per_class * len(classes), seed=config.seed + 10_000,
-                                 image_size=config.image_size, name=f"synthetic_{m}_heldout")
-  rt = synthetic.SyntheticSource(m, num_records=s.heldout_pairs, seed=config.seed + 20_000,
-                                 image_size=config.image_size, name=f"synthetic_{m}_heldout_pairs")
-  zs_records = [zs[i] for i in range(len(zs))]
-  rt_records = [rt[i] for i in range(len(rt))]
-  return EvalSets(
-      zeroshot_images=np.stack([letterbox(r["image"], config.image_size) for r in zs_records]),
-      zeroshot_labels=np.asarray([classes.index(r["categories"][0]) for r in zs_records], np.int32),
-      class_names=tuple(classes),
-      retrieval_images=np.stack([letterbox(r["image"], config.image_size) for r in rt_records]),
-      retrieval_captions=tuple(r["caption"] for r in rt_records))
+  d, m, size = config.data, config.modality, config.image_size
+  if d.source == "synthetic":
+    s = d.synthetic
+    classes = synthetic.CLASSES[m]
+    zs = synthetic.SyntheticSource(m, num_records=s.heldout_per_class * len(classes), seed=config.seed + 10_000,
+                                   image_size=size, name=f"synthetic_{m}_heldout")
+    rt = synthetic.SyntheticSource(m, num_records=s.heldout_pairs, seed=config.seed + 20_000, image_size=size,
+                                   name=f"synthetic_{m}_heldout_pairs")
+    zs_records = [zs[i] for i in range(len(zs))]
+    rt_records = [rt[i] for i in range(len(rt))]
+    return EvalSets(
+        zeroshot_images=np.stack([letterbox(r["image"], size) for r in zs_records]),
+        zeroshot_labels=np.asarray([classes.index(r["categories"][0]) for r in zs_records], np.int32),
+        class_names=tuple(classes),
+        retrieval_images=np.stack([letterbox(r["image"], size) for r in rt_records]),
+        retrieval_captions=tuple(r["caption"] for r in rt_records))
+  sets = EvalSets()
+  if d.eval_csv:
+    src = FlairCsvSource(d.eval_csv, d.image_root)
+    labels = [src.categories_of(i)[0] for i in range(len(src))]
+    sets.class_names = tuple(sorted(set(labels)))
+    sets.zeroshot_images = np.stack([letterbox(src[i]["image"], size) for i in range(len(src))])
+    sets.zeroshot_labels = np.asarray([sets.class_names.index(c) for c in labels], np.int32)
+  if d.heldout_elite:
+    elite = EliteCsvSource(d.elite_csv, d.image_root)
+    rows = range(len(elite) - d.heldout_elite, len(elite))
+    sets.retrieval_images = np.stack([letterbox(elite[i]["image"], size) for i in rows])
+    sets.retrieval_captions = tuple(elite[i]["caption"] for i in rows)
+  if sets.zeroshot_images is None and sets.retrieval_images is None:
+    logging.warning("no evaluation data: set config.data.eval_csv (zero-shot) and/or config.data.heldout_elite "
+                    "(retrieval) to evaluate during training")
+  return sets

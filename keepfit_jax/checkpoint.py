@@ -78,9 +78,7 @@ class Checkpointer:
   def check_compatible(self, step: int, abstract_state: Any) -> None:
     """Raises CheckpointMismatchError listing every parameter whose name or shape differs."""
     saved = self.manager.item_metadata(step)["state"]
-    part_shapes = lambda tree: {f"{part}/{k}": v for part in ("params", "batch_stats")
-                                for k, v in tree_shapes(tree[part]).items()}
-    problems = shape_differences(part_shapes(saved), part_shapes(abstract_state))
+    problems = shape_differences(tree_shapes(saved), tree_shapes(abstract_state))
     if problems:
       raise CheckpointMismatchError(
           f"checkpoint {self.directory}/{step} was written by a different model:\n  " + "\n  ".join(problems) +
@@ -97,11 +95,11 @@ class Checkpointer:
     steps = sorted(self.manager.all_steps(), reverse=True)
     for step in steps:
       try:
-        state, data = self.restore(step, abstract_state)
+        state, data = self._restore_with_retry(step, abstract_state)
         return step, state, data
       except CheckpointMismatchError:
         raise
-      except Exception as e:  # noqa: BLE001 -- any read failure of one step means: try the previous one
+      except Exception as e:  # noqa: BLE001 -- a step that fails twice to read: try the previous one
         aside = os.path.join(self.directory, f"{step}.corrupt-{int(time.time())}")
         logging.warning("checkpoint %s/%d cannot be read (%s: %s); moved to %s, falling back to the previous one",
                         self.directory, step, type(e).__name__, str(e)[:300], aside)
@@ -109,10 +107,26 @@ class Checkpointer:
         if jax.process_index() == 0:
           os.rename(os.path.join(self.directory, str(step)), aside)
         self._open()
-    if steps:
-      raise NoReadableCheckpointError(f"none of the checkpoints {steps} in {self.directory} can be read; they were "
-                                      f"moved aside to <step>.corrupt-*; remove them to start from scratch")
+    aside = sorted(d for d in os.listdir(self.directory) if ".corrupt-" in d) if os.path.isdir(self.directory) else []
+    if steps or aside:
+      # Never start silently from scratch over a run whose checkpoints could not be read.
+      raise NoReadableCheckpointError(
+          f"no readable checkpoint in {self.directory}; unreadable ones were moved aside ({', '.join(aside)}). "
+          f"Restore them from a backup, or delete them to start this run from scratch")
     return None
+
+  def _restore_with_retry(self, step: int, abstract_state: Any, attempts: int = 2):
+    """A read can fail for a passing reason (a network filesystem); a checkpoint is corrupt if it fails twice."""
+    for attempt in range(attempts):
+      try:
+        return self.restore(step, abstract_state)
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # noqa: BLE001
+        if attempt + 1 == attempts:
+          raise
+        logging.warning("reading checkpoint %s/%d failed (%s); trying once more", self.directory, step, e)
+        time.sleep(1.0)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -15,6 +15,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
+_LOGGED: set = set()
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,10 @@ def logical_to_mesh_spec(logical: Sequence[str | None] | None, shape: Sequence[i
       axes_t = axes if isinstance(axes, tuple) else (axes,)
       axes_t = tuple(a for a in axes_t if a not in used and mesh.shape[a] > 1)
       if not axes_t or dim % _axis_size(mesh, axes_t):
+        if axes_t and (name, dim) not in _LOGGED:
+          _LOGGED.add((name, dim))
+          logging.info("logical axis %r of size %d is not divisible by mesh axes %s (%d): replicated",
+                       name, dim, axes_t, _axis_size(mesh, axes_t))
         axes = None
       else:
         used.update(axes_t)

@@ -7,10 +7,14 @@ command again continues from there with the same data stream.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import os
+import pickle
 import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -67,6 +71,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       f"config.model.decoder.max_len={config.model.decoder.max_len}")
   if config.image_size < 32:
     raise ConfigError(f"config.image_size must be at least 32, got {config.image_size}")
+  try:
+    model_cfg = KeepFITConfig.from_config(config.model, image_size=config.image_size, vocab_size=1)
+  except (ValueError, KeyError, AttributeError) as e:
+    raise ConfigError(f"config.model: {e}") from e
+  m = config.model
+  for key, width, heads in (("text", m.text.hidden_size, m.text.num_heads),
+                            ("decoder", m.decoder.width, m.decoder.num_heads),
+                            ("reference", m.projection_dim, m.reference.num_heads)):
+    if width % heads:
+      raise ConfigError(f"config.model.{key}: width {width} is not divisible by {heads} heads")
+  if m.reference.softmax_over not in ("keys", "heads"):
+    raise ConfigError(f"config.model.reference.softmax_over must be 'keys' or 'heads', got {m.reference.softmax_over!r}")
+  patch = getattr(model_cfg.vision, "patch_size", None)
+  if patch and config.image_size % patch:
+    raise ConfigError(f"config.image_size={config.image_size} is not a multiple of the ViT patch size {patch}")
+  if config.loss.cap > 0 and not m.decoder.enabled:
+    raise ConfigError("config.loss.cap > 0 needs the caption decoder: set config.model.decoder.enabled=True "
+                      "or config.loss.cap=0")
 
 
 def load_text_tokenizer(config: ml_collections.ConfigDict, workdir: str):
@@ -78,7 +100,11 @@ def load_text_tokenizer(config: ml_collections.ConfigDict, workdir: str):
                           "set config.text.tokenizer to a BERT tokenizer directory or hub id")
       tokenizer_lib.write_vocab(sources.synthetic_corpus(config), directory)
     return tokenizer_lib.load_tokenizer(directory, lower_case=True)
-  return tokenizer_lib.load_tokenizer(config.text.tokenizer)
+  try:
+    return tokenizer_lib.load_tokenizer(config.text.tokenizer)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"config.text.tokenizer={config.text.tokenizer!r} cannot be loaded ({e}); point it at a "
+                      f"directory with vocab.txt or tokenizer.json (hub ids need internet)") from e
 
 
 class _StopFlag:
@@ -90,8 +116,9 @@ class _StopFlag:
     self._sync_point_available = True
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
+    if threading.current_thread() is threading.main_thread():    # signals reach the main thread only
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):
@@ -172,11 +199,29 @@ def build_train_program(config, model_cfg: KeepFITConfig, mesh, sample_batch) ->
   groups = sharding.data_parallel_size(mesh, rules) if config.loss.contrastive_scope == "per_device" else 1
   step_fn = jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, weights=LossWeights.from_config(config.loss),
-                        groups=groups),
+                        groups=groups, schedule=schedule),
       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated), donate_argnums=(0,))
   return TrainProgram(graphdef=graphdef, tx=tx, schedule=schedule, state_shardings=state_sh,
                       batch_shardings=batch_sh, abstract_state=abstract_state,
                       init=jax.jit(init_fn, out_shardings=state_sh), step=step_fn)
+
+
+def data_fingerprint(config, streams: pipeline.Streams) -> dict:
+  """What decides the data stream: a run resumed with a different one would not continue the same stream."""
+  return {"seed": config.seed, "image_size": config.image_size, "max_len": config.text.max_len,
+          "batch_size": config.train.batch_size, "elite_batch_size": config.train.elite_batch_size,
+          "categorical": [[cs.name, len(cs.source), float(cs.weight)] for cs in streams.categorical],
+          "elite": len(streams.elite)}
+
+
+def _check_same_stream(saved: dict | None, current: dict, directory: str) -> None:
+  if not saved:
+    return
+  diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {current[k]!r}" for k in current
+           if json.loads(json.dumps(saved.get(k))) != json.loads(json.dumps(current[k]))]
+  if diffs:
+    raise ConfigError(f"the checkpoint in {directory} was trained on another data stream (" + "; ".join(diffs) +
+                      "). Resume with the config that wrote it, or use a new --workdir.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -185,11 +230,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   `fault_hook(step, host_batch) -> host_batch` lets tests inject faults (see keepfit_jax.testing.faults).
   """
+  with contextlib.ExitStack() as resources:
+    stop = resources.enter_context(_StopFlag())      # a signal during setup also ends with PREEMPTED_EXIT_CODE
+    return _train_and_evaluate(config, workdir, fault_hook, stop, resources)
+
+
+def _train_and_evaluate(config, workdir, fault_hook, stop: "_StopFlag", resources: contextlib.ExitStack):
   validate_config(config)
+  if "://" in workdir:
+    raise ConfigError(f"--workdir={workdir}: use a filesystem path shared by all hosts (e.g. a gcsfuse or NFS "
+                      f"mount); URLs are not supported yet")
   streams = sources.build_streams(config)          # missing data fails here, before anything is compiled
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.rules_dict(config.sharding_rules)
   dp = sharding.data_parallel_size(mesh, rules)
+  if dp % jax.process_count():
+    raise ConfigError(f"config.mesh {dict(mesh.shape)}: the batch is split over {dp} data-parallel devices, which "
+                      f"cannot be divided among {jax.process_count()} processes; give the data/fsdp axes a multiple "
+                      f"of the process count")
   for key in ("batch_size", "elite_batch_size"):
     if config.train[key] % dp:
       raise ConfigError(f"config.train.{key}={config.train[key]} is not divisible by the {dp} data-parallel "
@@ -207,85 +265,84 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       elite_batch_size=config.train.elite_batch_size, seed=config.seed, augment=config.data.augment,
       process_index=jax.process_index(), process_count=jax.process_count())
   program = build_train_program(config, model_cfg, mesh, dataset[0])
-  with jax.set_mesh(mesh):
-    checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
-    writer = MetricWriter(workdir)
-    restored = checkpointer.restore_latest(abstract_with_shardings(program.abstract_state, program.state_shardings))
-    if restored is not None:
-      latest, state, data_state = restored
-      writer.truncate_after(latest)
-      logging.info("resumed from %s at step %d", checkpointer.directory, latest)
-    else:
-      state, data_state = program.init(), None
-      if any(config.init.values()):
-        try:
-          state["params"], state["batch_stats"] = weights.apply_init(config, state["params"], state["batch_stats"])
-        except (ValueError, OSError) as e:
-          raise ConfigError(f"config.init: {e}") from e
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(program.abstract_state["params"]))
-    logging.info("model: %.2fM parameters; mesh %s", n_params / 1e6, dict(mesh.shape))
+  fingerprint = data_fingerprint(config, streams)
+  resources.enter_context(jax.set_mesh(mesh))
+  checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  resources.callback(checkpointer.close)
+  writer = MetricWriter(workdir)
+  resources.callback(writer.close)
+  restored = checkpointer.restore_latest(abstract_with_shardings(program.abstract_state, program.state_shardings))
+  if restored is not None:
+    latest, state, data_state = restored
+    _check_same_stream(data_state.get("fingerprint"), fingerprint, checkpointer.directory)
+    writer.truncate_after(latest)
+    logging.info("resumed from %s at step %d", checkpointer.directory, latest)
+  else:
+    state, data_state = program.init(), None
+    if any(config.init.values()):
+      try:
+        state["params"], state["batch_stats"] = weights.apply_init(config, state["params"], state["batch_stats"])
+      except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as e:
+        raise ConfigError(f"config.init: {e}") from e
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(program.abstract_state["params"]))
+  logging.info("model: %.2fM parameters; mesh %s", n_params / 1e6, dict(mesh.shape))
 
-    iterator = pipeline.make_iterator(dataset, num_threads=config.data.num_threads, prefetch=config.data.prefetch)
-    if data_state is not None:
-      iterator.set_state(data_state["iterator"])
-    batch_sh, schedule = program.batch_shardings, program.schedule
+  iterator = pipeline.make_iterator(dataset, num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+  if hasattr(iterator, "close"):
+    resources.callback(iterator.close)
+  if data_state is not None:
+    iterator.set_state(data_state["iterator"])
+  batch_sh = program.batch_shardings
 
-    eval_sets = sources.build_eval_sets(config)
-    evaluators = _make_evaluators(config, streams, eval_sets)
-    embedder = evaluate.Embedder(program.graphdef, encoder, batch_size=config.eval.batch_size, mesh=mesh,
-                                 state_shardings=program.state_shardings,
-                                 batch_sharding_fn=lambda nd: sharding.batch_sharding(mesh, rules, nd),
-                                 batch_multiple=dp)
+  eval_sets = sources.build_eval_sets(config)
+  evaluators = _make_evaluators(config, streams, eval_sets)
+  embedder = evaluate.Embedder(program.graphdef, encoder, batch_size=config.eval.batch_size, mesh=mesh,
+                               state_shardings=program.state_shardings,
+                               batch_sharding_fn=lambda nd: sharding.batch_sharding(mesh, rules, nd),
+                               batch_multiple=dp)
 
-    total = config.train.total_steps
-    step = int(jax.device_get(state["step"]))
-    last_eval: dict[str, float] = {}
-    images_per_step = config.train.batch_size + config.train.elite_batch_size
-    t_start, step_start = time.time(), step
-    try:
-      with _StopFlag() as stop:
-        while step < total:
-          host_batch = next(iterator)
-          if fault_hook is not None:
-            host_batch = fault_hook(step + 1, host_batch)
-          state, metrics = program.step(state, _to_global(host_batch, batch_sh, jax.process_count()))
-          step += 1
-          if step == step_start + 1:         # time from the end of the first (compiling) step
-            t_start = time.time()
-          if step % config.train.log_every == 0 or step == total or step == step_start + 1:
-            m = jax.device_get(metrics)
-            rate = (step - step_start - 1) / max(time.time() - t_start, 1e-9)
-            scalars = {f"train/{k}": float(v) for k, v in m.items() if k != "finite"}
-            scalars["train/lr"] = float(schedule(step - 1))
-            scalars["train/skipped_total"] = float(jax.device_get(state["skipped_total"]))
-            scalars["train/images_per_sec"] = rate * images_per_step
-            writer.write(step, scalars)
-            terms = " ".join(f"{k[5:]} {float(v):.4f}" for k, v in m.items() if k.startswith("loss_"))
-            logging.info("step %d/%d | loss %.4f | %s | %.1f img/s | ETA %s", step, total, float(m["loss"]), terms,
-                         rate * images_per_step, _format_eta((total - step) / rate) if rate > 0 else "-")
-          skipped = int(jax.device_get(state["skipped"]))   # also paces the host with the device
-          if skipped >= config.train.max_consecutive_skips:
-            checkpointer.wait()
-            raise NonFiniteLossError(
-                f"{skipped} consecutive steps up to step {step} had a non-finite loss or gradient and were skipped; "
-                f"the last batch came from categorical datasets "
-                f"{sorted({streams.categorical[i].name for i in np.unique(host_batch['categorical']['source'])})}. "
-                f"Lower config.optim.lr or check the data; the last good state is in {checkpointer.directory}")
-          if step % config.train.eval_every == 0 or step == total:
-            last_eval = run_evaluators(evaluators, embedder, state, step, writer)
-          stopping = stop.requested(step)
-          if step % config.train.checkpoint_every == 0 or step == total or stopping:
-            checkpointer.save(step, state, {"iterator": iterator.get_state(), "step": step})
-          if stopping and step < total:
-            checkpointer.wait()
-            raise Preempted(step, stopping)
+  total = config.train.total_steps
+  step = int(jax.device_get(state["step"]))
+  if stop.signame:
+    raise Preempted(step, stop.signame)     # during setup: nothing new to save
+  last_eval: dict[str, float] = {}
+  images_per_step = config.train.batch_size + config.train.elite_batch_size
+  t_start, step_start = time.time(), step
+  while step < total:
+    host_batch = next(iterator)
+    if fault_hook is not None:
+      host_batch = fault_hook(step + 1, host_batch)
+    state, metrics = program.step(state, _to_global(host_batch, batch_sh, jax.process_count()))
+    step += 1
+    if step == step_start + 1:         # time from the end of the first (compiling) step
+      t_start = time.time()
+    if step % config.train.log_every == 0 or step == total or step == step_start + 1:
+      m = jax.device_get(metrics)
+      rate = (step - step_start - 1) / max(time.time() - t_start, 1e-9)
+      scalars = {f"train/{k}": float(v) for k, v in m.items() if k != "finite"}
+      scalars["train/skipped_total"] = float(jax.device_get(state["skipped_total"]))
+      scalars["train/images_per_sec"] = rate * images_per_step
+      writer.write(step, scalars)
+      terms = " ".join(f"{k[5:]} {float(v):.4f}" for k, v in m.items() if k.startswith("loss_"))
+      logging.info("step %d/%d | loss %.4f | %s | %.1f img/s | ETA %s", step, total, float(m["loss"]), terms,
+                   rate * images_per_step, _format_eta((total - step) / rate) if rate > 0 else "-")
+    skipped = int(jax.device_get(state["skipped"]))   # also paces the host with the device
+    if skipped >= config.train.max_consecutive_skips:
       checkpointer.wait()
-    finally:
-      checkpointer.close()
-      writer.close()
-      iterator_close = getattr(iterator, "close", None)
-      if iterator_close:
-        iterator_close()
+      raise NonFiniteLossError(
+          f"{skipped} consecutive steps up to step {step} had a non-finite loss or gradient and were skipped; "
+          f"the last batch came from categorical datasets "
+          f"{sorted({streams.categorical[i].name for i in np.unique(host_batch['categorical']['source'])})}. "
+          f"Lower config.optim.lr or check the data; the last good state is in {checkpointer.directory}")
+    if step % config.train.eval_every == 0 or step == total:
+      last_eval = run_evaluators(evaluators, embedder, state, step, writer)
+    stopping = stop.requested(step)
+    if step % config.train.checkpoint_every == 0 or step == total or stopping:
+      checkpointer.save(step, state, {"iterator": iterator.get_state(), "step": step, "fingerprint": fingerprint})
+    if stopping and step < total:
+      checkpointer.wait()
+      raise Preempted(step, stopping)
+  checkpointer.wait()
   return last_eval
 
 

@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from keepfit_jax import losses
+from keepfit_jax.sharding import ConfigError
 from keepfit_jax.models.keepfit import LOGIT_SCALE_MAX, KeepFIT, KeepFITConfig
 
 LOSS_NAMES = ("cat", "elite", "ref", "cap")
@@ -39,7 +40,7 @@ def compute_dtype(name: str):
   try:
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
   except KeyError:
-    raise ValueError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}") from None
+    raise ConfigError(f"config.dtype must be 'float32' or 'bfloat16', got {name!r}") from None
 
 
 def build_model(model_cfg: KeepFITConfig, dtype, seed: int) -> KeepFIT:
@@ -106,7 +107,7 @@ def keepfit_losses(model: KeepFIT, batch: dict, rng: jax.Array, weights: LossWei
   return total, terms
 
 
-def train_step(state: dict, batch: dict, *, graphdef, tx, weights: LossWeights, groups: int = 1):
+def train_step(state: dict, batch: dict, *, graphdef, tx, weights: LossWeights, groups: int = 1, schedule=None):
   """One optimisation step. A non-finite loss or gradient leaves the state unchanged (counted in `skipped`)."""
   rng = jax.random.fold_in(state["rng"], state["step"])
 
@@ -132,6 +133,8 @@ def train_step(state: dict, batch: dict, *, graphdef, tx, weights: LossWeights, 
       "skipped": jnp.where(finite, 0, state["skipped"] + 1),            # consecutive
       "skipped_total": state["skipped_total"] + (~finite).astype(jnp.int32),
   }
-  metrics = {"loss": total, "grad_norm": grad_norm, "temperature": jnp.exp(params["logit_scale"]),
+  metrics = {"loss": total, "grad_norm": grad_norm, "temperature": jnp.exp(new_state["params"]["logit_scale"]),
              "finite": finite.astype(jnp.int32), **{f"loss_{k}": v for k, v in terms.items()}}
+  if schedule is not None:   # the rate of this update: optax counts applied (not skipped) updates only
+    metrics["lr"] = schedule(state["step"] - state["skipped_total"])
   return new_state, metrics

@@ -3,10 +3,10 @@
 # finds the coordinator, process count and index from the TPU metadata. Preemption (SIGTERM) checkpoints
 # and exits with 42; this loop then restarts the same command, which resumes from the checkpoint.
 #
-#   TPU=my-v5p-64 ZONE=us-east5-a WORKDIR=gs://bucket/keepfit/cfp CONFIG=configs/cfp.py \
+#   TPU=my-v5p-64 ZONE=us-east5-a WORKDIR=/mnt/shared/keepfit/cfp CONFIG=configs/cfp.py \
 #     bash launch/tpu_pod.sh --config.data.categorical_csv=... --config.data.elite_csv=... --config.data.image_root=...
 set -euo pipefail
-: "${TPU:?set TPU to the TPU VM name}" "${ZONE:?set ZONE}" "${WORKDIR:?set WORKDIR (a gs:// path or shared disk)}"
+: "${TPU:?set TPU to the TPU VM name}" "${ZONE:?set ZONE}" "${WORKDIR:?set WORKDIR (a path every host shares: a gcsfuse or Filestore mount)}"
 CONFIG=${CONFIG:-configs/cfp.py}
 REPO_DIR=${REPO_DIR:-keepfit_jax}
 EXTRA=$(printf ' %q' "$@")

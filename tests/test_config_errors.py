@@ -62,10 +62,43 @@ def test_batch_not_divisible_by_data_axis(tmp_path):
     ("loss.ref", -1.0, "config.loss.ref must be >= 0"),
     ("train.total_steps", 0, "config.train.total_steps must be positive"),
     ("loss.contrastive_scope", "local", "contrastive_scope must be 'global' or 'per_device'"),
+    ("model.decoder.enabled", False, "config.loss.cap > 0 needs the caption decoder"),
+    ("model.vision.variant", "resnet5", "config.model.vision.variant must be one of"),
+    ("model.text_pooling", "mean", "config.model.text_pooling must be"),
+    ("model.reference.softmax_over", "rows", "softmax_over must be 'keys' or 'heads'"),
+    ("model.text.num_heads", 3, "config.model.text: width 64 is not divisible by 3 heads"),
 ])
 def test_invalid_values(key, value, message):
   config = common.get_config("ffa", "demo")
   section, _, name = key.rpartition(".")
-  (config[section] if section else config)[name] = value
-  with pytest.raises((sharding.ConfigError, ValueError), match=message):
+  target = config
+  for part in filter(None, section.split(".")):
+    target = target[part]
+  target[name] = value
+  with pytest.raises(sharding.ConfigError, match=message):
     train.validate_config(config)
+
+
+def test_vit_image_size_must_be_a_multiple_of_the_patch():
+  config = common.get_config("cfp")
+  config.model.vision.variant = "vit_b16"
+  config.image_size = 200
+  with pytest.raises(sharding.ConfigError, match="not a multiple of the ViT patch size 16"):
+    train.validate_config(config)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.dtype=float16", "config.dtype must be"),
+    ("--config.model.decoder.enabled=False", "needs the caption decoder"),
+    ("--config.text.tokenizer=/nonexistent/tokenizer", "config.text.tokenizer='/nonexistent/tokenizer' cannot be"),
+])
+def test_bad_values_through_main_give_one_line_not_a_traceback(tmp_path, override, message):
+  proc = run_main("--config=configs/cfp.py:demo", f"--workdir={tmp_path}", override)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_url_workdir_is_refused(tmp_path):
+  config = common.get_config("cfp", "demo")
+  with pytest.raises(sharding.ConfigError, match="URLs are not supported"):
+    train.train_and_evaluate(config, "gs://bucket/run")

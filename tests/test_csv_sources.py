@@ -74,3 +74,17 @@ def test_elite_csv_accepts_both_layouts(tmp_path):
   (tmp_path / "blank.csv").write_text("image,caption\nimg/x.jpg,  \n")
   with pytest.raises(DataError, match="blank.csv row 2: empty caption"):
     EliteCsvSource(str(tmp_path / "blank.csv"), str(tmp_path))
+
+
+def test_dataset_weights_and_knowledge_files_are_checked(tmp_path):
+  from input_pipeline.sources import _parse_weights, load_knowledge
+  assert _parse_weights("a=2, b=0.5", ["a", "b", "c"]) == {"a": 2.0, "b": 0.5, "c": 1.0}
+  with pytest.raises(DataError, match="'d=1' must be NAME=WEIGHT with NAME one of"):
+    _parse_weights("d=1", ["a", "b"])
+  with pytest.raises(DataError, match="weight of 'a' is not a number"):
+    _parse_weights("a=lots", ["a"])
+  (tmp_path / "k.json").write_text('{"glaucoma": ["enlarged optic cup", "high cup-to-disc ratio"]}')
+  assert load_knowledge(str(tmp_path / "k.json")) == {"glaucoma": ("enlarged optic cup", "high cup-to-disc ratio")}
+  (tmp_path / "bad.json").write_text('{"glaucoma": "enlarged optic cup"}')
+  with pytest.raises(DataError, match="must be a JSON object mapping each category to a list"):
+    load_knowledge(str(tmp_path / "bad.json"))

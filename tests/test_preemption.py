@@ -99,3 +99,18 @@ def test_checkpoint_of_another_model_lists_the_differences(straight, tmp_path):
   assert "was written by a different model" in out
   assert re.search(r"shape differs: params/text/\S+ checkpoint \(\d+, 64\) vs model \(\d+, 32\)", out)
   assert "more" in out        # a long list is cut, with the count of the rest
+
+
+def test_resuming_with_another_data_stream_is_refused(straight, tmp_path):
+  workdir = str(tmp_path / "other_batch")
+  shutil.copytree(straight, workdir)
+  rc, out = finish(faults.start_run(ARGS + ["--config.train.batch_size=8"], workdir))
+  assert rc == 2
+  assert "trained on another data stream (batch_size: checkpoint 16 vs config 8)" in out
+
+
+def test_unreadable_checkpoints_never_restart_silently_from_scratch(tmp_path):
+  from keepfit_jax.checkpoint import Checkpointer, NoReadableCheckpointError
+  os.makedirs(tmp_path / "checkpoints" / "30.corrupt-1700000000")
+  with pytest.raises(NoReadableCheckpointError, match="30.corrupt-1700000000"):
+    Checkpointer(str(tmp_path)).restore_latest({})

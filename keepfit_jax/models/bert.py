@@ -119,15 +119,19 @@ def layer_mean_pool(hidden_states: tuple[jax.Array, ...], attention_mask: jax.Ar
                     include_padding: bool = False) -> jax.Array:
   """KeepFIT/FLAIR text embedding: mean over tokens of layers 1, 2 and the last, then mean over the three.
 
-  FLAIR/KeepFIT v1 average over every position, padding included (their batches are padded to the longest
-  item); `include_padding=False` (our default) averages over real tokens only, so the embedding does not
-  depend on how much padding a batch carries.
+  FLAIR/KeepFIT v1 average over every position, padding included, of batches padded to their longest item.
+  Our batches are padded to a fixed length (static shapes), so `include_padding=True` averages over the
+  positions before the batch's longest item ends, which gives v1's numbers exactly (pad keys are masked, so
+  positions past the longest item change nothing before it). `include_padding=False` (our default) averages
+  over real tokens only, so the embedding does not depend on the rest of the batch.
   """
   if len(hidden_states) < 3:
     raise ValueError("layer-mean pooling needs a text tower with at least 2 layers")
   stacked = jnp.stack([hidden_states[1], hidden_states[2], hidden_states[-1]]).astype(jnp.float32)  # [3,B,L,H]
   if include_padding:
-    per_layer = jnp.mean(stacked, axis=2)
+    longest = jnp.max(jnp.sum(attention_mask, axis=1))
+    m = (jnp.arange(attention_mask.shape[1]) < longest).astype(jnp.float32)[None, None, :, None]
+    per_layer = jnp.sum(stacked * m, axis=2) / jnp.maximum(longest, 1).astype(jnp.float32)
   else:
     m = attention_mask.astype(jnp.float32)[None, :, :, None]
     per_layer = jnp.sum(stacked * m, axis=2) / jnp.maximum(jnp.sum(m, axis=2), 1.0)
