@@ -47,11 +47,15 @@ def tree_shapes(tree) -> dict[str, tuple[int, ...]]:
 
 
 def shape_differences(saved: dict, wanted: dict, limit: int = 20) -> list[str]:
-  """Human-readable differences between two {path: shape} tables (empty when they match)."""
-  out = [f"missing in checkpoint: {k} {wanted[k]}" for k in sorted(wanted.keys() - saved.keys())]
-  out += [f"not in this model: {k} {saved[k]}" for k in sorted(saved.keys() - wanted.keys())]
+  """Human-readable differences between two {path: shape} tables (empty when they match).
+
+  Parameters are listed before BatchNorm statistics and optimizer state, which only mirror them.
+  """
+  order = lambda k: (0 if k.startswith("params/") else 1 if k.startswith("batch_stats/") else 2, k)
+  out = [f"missing in checkpoint: {k} {wanted[k]}" for k in sorted(wanted.keys() - saved.keys(), key=order)]
+  out += [f"not in this model: {k} {saved[k]}" for k in sorted(saved.keys() - wanted.keys(), key=order)]
   out += [f"shape differs: {k} checkpoint {saved[k]} vs model {wanted[k]}"
-          for k in sorted(wanted.keys() & saved.keys()) if tuple(saved[k]) != tuple(wanted[k])]
+          for k in sorted(wanted.keys() & saved.keys(), key=order) if tuple(saved[k]) != tuple(wanted[k])]
   return out if len(out) <= limit else out[:limit] + [f"... and {len(out) - limit} more"]
 
 
