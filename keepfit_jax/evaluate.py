@@ -83,6 +83,21 @@ def softmax(x: np.ndarray) -> np.ndarray:
   return e / e.sum(-1, keepdims=True)
 
 
+def class_embeddings(embedder: Embedder, state, class_names: Sequence[str], *, template: str,
+                     knowledge: Mapping[str, Sequence[str]] | None) -> np.ndarray:
+  """One unit vector per class: its name in the template, averaged with its expert descriptions (FLAIR)."""
+  out = []
+  for name in class_names:
+    out.append(_normalize(embedder.texts(state, prompts_lib.class_prompts(template, name, knowledge))).mean(0))
+  return _normalize(np.stack(out))
+
+
+def zero_shot_probabilities(image_emb: np.ndarray, class_emb: np.ndarray, logit_scale) -> np.ndarray:
+  """softmax(exp(τ) · image · class), τ clamped to [0, ln 100] as in training."""
+  scale = float(np.exp(np.clip(np.asarray(logit_scale), 0, np.log(100))))
+  return softmax(scale * image_emb @ class_emb.T)
+
+
 class ZeroShotEvaluator:
   name = "zeroshot"
 
@@ -91,17 +106,10 @@ class ZeroShotEvaluator:
     self.images, self.labels, self.class_names = images, np.asarray(labels), list(class_names)
     self.template, self.knowledge = template, knowledge
 
-  def class_embeddings(self, embedder: Embedder, state) -> np.ndarray:
-    out = []
-    for name in self.class_names:
-      texts = prompts_lib.class_prompts(self.template, name, self.knowledge)
-      out.append(_normalize(embedder.texts(state, texts)).mean(0))
-    return _normalize(np.stack(out))
-
   def run(self, embedder: Embedder, state):
     image_emb, _ = embedder.images(state, self.images)
-    scale = float(np.exp(np.clip(np.asarray(state["params"]["logit_scale"]), 0, np.log(100))))
-    probs = softmax(scale * image_emb @ self.class_embeddings(embedder, state).T)
+    class_emb = class_embeddings(embedder, state, self.class_names, template=self.template, knowledge=self.knowledge)
+    probs = zero_shot_probabilities(image_emb, class_emb, state["params"]["logit_scale"])
     for k, v in metrics.classification_metrics(self.labels, probs).items():
       yield k, v
 

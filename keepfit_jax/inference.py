@@ -23,36 +23,32 @@ from flax import nnx
 from input_pipeline import prompts as prompts_lib
 from input_pipeline.sources import load_image
 from input_pipeline.transforms import letterbox
-from keepfit_jax import tokenizer as tokenizer_lib
+from keepfit_jax import evaluate, sharding, tokenizer as tokenizer_lib
 from keepfit_jax.checkpoint import CheckpointMismatchError, shape_differences, tree_shapes
 from keepfit_jax.models.keepfit import KeepFITConfig
 from keepfit_jax.train_step import abstract_model, compute_dtype, images_to_float
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class Predictor:
 
   def __init__(self, config: ml_collections.ConfigDict, encoder: tokenizer_lib.TextEncoder, graphdef, params,
                batch_stats, *, batch_size: int = 32):
-    self.config, self.encoder, self.batch_size = config, encoder, batch_size
-    self._params, self._batch_stats = params, batch_stats
-    self._model = lambda p, b: nnx.merge(graphdef, p, b)
-
-    def embed_images(params, batch_stats, images):
-      proj, pooled, _ = self._model(params, batch_stats).encode_image(images_to_float(images), train=False)
-      return proj, pooled
-
-    def embed_texts(params, batch_stats, ids, mask):
-      return self._model(params, batch_stats).encode_text(ids, mask, train=False)
+    self.config, self.encoder = config, encoder
+    self._graphdef = graphdef
+    # One device, everything replicated: the evaluators' batched, jitted embedding functions serve as they are.
+    mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+    replicated = sharding.replicated(mesh)
+    self._state = {"params": jax.device_put(params, replicated), "batch_stats": jax.device_put(batch_stats, replicated)}
+    shardings = jax.tree.map(lambda _: replicated, self._state)
+    self._embedder = evaluate.Embedder(graphdef, encoder, batch_size=batch_size, mesh=mesh,
+                                       state_shardings=shardings, batch_sharding_fn=lambda nd: replicated)
+    self.batch_size = self._embedder.batch_size
 
     tok = encoder.tokenizer
     bos, eos, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
 
     def greedy_caption(params, batch_stats, images):
-      model = self._model(params, batch_stats)
+      model = nnx.merge(graphdef, params, batch_stats)
       _, _, fmap = model.encode_image(images_to_float(images), train=False)
       b, length = images.shape[0], encoder.max_len
       tokens = jnp.full((b, length), pad, jnp.int32).at[:, 0].set(bos)
@@ -67,9 +63,11 @@ class Predictor:
       tokens, _ = jax.lax.fori_loop(0, length - 1, body, (tokens, jnp.zeros((b,), bool)))
       return tokens
 
-    self._embed_images = jax.jit(embed_images)
-    self._embed_texts = jax.jit(embed_texts)
     self._greedy = jax.jit(greedy_caption)
+
+  def model(self):
+    """The NNX model with the loaded weights (for custom use)."""
+    return nnx.merge(self._graphdef, self._state["params"], self._state["batch_stats"])
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None, **kwargs) -> "Predictor":
@@ -93,11 +91,7 @@ class Predictor:
                 shape_differences(tree_shapes(restored["batch_stats"]), tree_shapes(abs_bstats)))
     if problems:
       raise CheckpointMismatchError(f"{root}/{step} does not match {config_path}:\n  " + "\n  ".join(problems))
-    params = jax.tree.map(jnp.asarray, restored["params"])
-    batch_stats = jax.tree.map(jnp.asarray, restored["batch_stats"])
-    return cls(config, encoder, graphdef, params, batch_stats, **kwargs)
-
-  # ------------------------------------------------------------------------------------------ inputs
+    return cls(config, encoder, graphdef, restored["params"], restored["batch_stats"], **kwargs)
 
   def _images(self, images: Sequence[str | np.ndarray]) -> np.ndarray:
     out = []
@@ -110,46 +104,38 @@ class Predictor:
       out.append(letterbox(arr, self.config.image_size))
     return np.stack(out)
 
-  def _batched(self, fn, *arrays):
-    n, outs = len(arrays[0]), []
-    for start in range(0, n, self.batch_size):
-      chunk = [a[start:start + self.batch_size] for a in arrays]
-      pad = self.batch_size - len(chunk[0])           # one compiled shape for every batch
-      chunk = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) if pad else c for c in chunk]
-      res = fn(self._params, self._batch_stats, *chunk)
-      outs.append(jax.tree.map(lambda x: np.asarray(x)[:self.batch_size - pad], res))
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
-
-  # ------------------------------------------------------------------------------------------ API
-
   def embed_images(self, images) -> tuple[np.ndarray, np.ndarray]:
     """(projected, L2-normalised embeddings [N, P]; unprojected pooled features [N, C] for linear probes)."""
-    return self._batched(self._embed_images, self._images(images))
+    return self._embedder.images(self._state, self._images(images))
 
   def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-    tokens = self.encoder(texts)
-    return self._batched(self._embed_texts, tokens["input_ids"], tokens["attention_mask"])
+    return self._embedder.texts(self._state, texts)
 
   def class_embeddings(self, class_names: Sequence[str], *, template: str | None = None,
                        knowledge: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
     """Class name in the modality's template; with `knowledge`, averaged with its expert descriptions."""
-    template = template or prompts_lib.TEMPLATES[self.config.modality]
-    return _normalize(np.stack([
-        _normalize(self.embed_texts(prompts_lib.class_prompts(template, name, knowledge))).mean(0)
-        for name in class_names]))
+    return evaluate.class_embeddings(self._embedder, self._state, class_names,
+                                     template=template or prompts_lib.TEMPLATES[self.config.modality],
+                                     knowledge=knowledge)
 
   def zero_shot(self, images, class_names: Sequence[str], **kwargs) -> np.ndarray:
-    """Class probabilities [N, C]: softmax of exp(τ)·image·class."""
+    """Class probabilities [N, C]: softmax of exp(τ)·image·class, as the zero-shot evaluator computes them."""
     image_emb, _ = self.embed_images(images)
-    scale = float(np.exp(np.clip(np.asarray(self._params["logit_scale"]), 0.0, np.log(100.0))))
-    logits = scale * image_emb @ self.class_embeddings(class_names, **kwargs).T
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+    return evaluate.zero_shot_probabilities(image_emb, self.class_embeddings(class_names, **kwargs),
+                                            self._state["params"]["logit_scale"])
 
   def caption_tokens(self, images) -> np.ndarray:
-    if self.config.model.decoder.enabled is False:
+    if not self.config.model.decoder.enabled:
       raise ValueError("this run has no caption decoder (config.model.decoder.enabled=False)")
-    return self._batched(self._greedy, self._images(images))
+    arr = self._images(images)
+    out = []
+    for start in range(0, len(arr), self.batch_size):
+      chunk = arr[start:start + self.batch_size]
+      pad = self.batch_size - len(chunk)           # one compiled shape for every batch
+      if pad:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+      out.append(np.asarray(self._greedy(self._state["params"], self._state["batch_stats"], chunk))[:len(chunk) - pad])
+    return np.concatenate(out)
 
   def caption(self, images) -> list[str]:
     return [self.encoder.decode(row) for row in self.caption_tokens(images)]

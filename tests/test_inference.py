@@ -54,7 +54,7 @@ def test_greedy_caption_is_the_argmax_of_a_teacher_forced_pass(predictor, images
   tokens = predictor.caption_tokens(images[:2])
   tok = predictor.encoder.tokenizer
   assert (tokens[:, 0] == tok.cls_token_id).all()
-  model = predictor._model(predictor._params, predictor._batch_stats)
+  model = predictor.model()
   _, _, fmap = model.encode_image(images_to_float(jnp.asarray(predictor._images(images[:2]))), train=False)
   for row, f in zip(tokens, fmap):
     end = int(np.argmax(row == tok.sep_token_id)) if (row == tok.sep_token_id).any() else len(row) - 1
