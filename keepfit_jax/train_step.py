@@ -9,7 +9,6 @@ jitted by `train.py` with explicit in/out shardings and the state donated.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,4 @@
 """The inference API on a run trained here: loading, embeddings, zero-shot, greedy captions."""
-import os
 
 import numpy as np
 import pytest
@@ -48,7 +47,6 @@ def test_zero_shot_probabilities(predictor, images):
 def test_greedy_caption_is_the_argmax_of_a_teacher_forced_pass(predictor, images):
   """The incremental decoding loop must agree with one full forward pass over its own output."""
   import jax.numpy as jnp
-  from flax import nnx
   from keepfit_jax.train_step import images_to_float
 
   tokens = predictor.caption_tokens(images[:2])
