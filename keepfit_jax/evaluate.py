@@ -44,7 +44,8 @@ class Embedder:
     self._texts = jax.jit(embed_texts, in_shardings=(*model_sh, batch_sharding_fn(2), batch_sharding_fn(2)),
                           out_shardings=replicated)
 
-  def _batches(self, arrays: Sequence[np.ndarray]):
+  def batches(self, arrays: Sequence[np.ndarray]):
+    """Device batches of `batch_size` (the last one padded with its final row) and the count of real rows."""
     n = len(arrays[0])
     for start in range(0, n, self.batch_size):
       chunk = [a[start:start + self.batch_size] for a in arrays]
@@ -59,7 +60,7 @@ class Embedder:
 
   def images(self, state: Mapping, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     proj, pooled = [], []
-    for (batch,), valid in self._batches([images]):
+    for (batch,), valid in self.batches([images]):
       p, f = self._images(state["params"], state["batch_stats"], batch)
       proj.append(np.asarray(p)[:valid])
       pooled.append(np.asarray(f)[:valid])
@@ -68,7 +69,7 @@ class Embedder:
   def texts(self, state: Mapping, texts: Sequence[str]) -> np.ndarray:
     tokens = self.encoder(texts)
     out = []
-    for (ids, mask), valid in self._batches([tokens["input_ids"], tokens["attention_mask"]]):
+    for (ids, mask), valid in self.batches([tokens["input_ids"], tokens["attention_mask"]]):
       out.append(np.asarray(self._texts(state["params"], state["batch_stats"], ids, mask))[:valid])
     return np.concatenate(out)
 

@@ -127,14 +127,9 @@ class Predictor:
   def caption_tokens(self, images) -> np.ndarray:
     if not self.config.model.decoder.enabled:
       raise ValueError("this run has no caption decoder (config.model.decoder.enabled=False)")
-    arr = self._images(images)
     out = []
-    for start in range(0, len(arr), self.batch_size):
-      chunk = arr[start:start + self.batch_size]
-      pad = self.batch_size - len(chunk)           # one compiled shape for every batch
-      if pad:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-      out.append(np.asarray(self._greedy(self._state["params"], self._state["batch_stats"], chunk))[:len(chunk) - pad])
+    for (batch,), valid in self._embedder.batches([self._images(images)]):
+      out.append(np.asarray(self._greedy(self._state["params"], self._state["batch_stats"], batch))[:valid])
     return np.concatenate(out)
 
   def caption(self, images) -> list[str]:

@@ -2,18 +2,14 @@
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from keepfit_jax import metric_writer
+from keepfit_jax.testing import faults
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["--config=configs/cfp.py:demo", "--config.image_size=64", "--config.train.batch_size=16",
-        "--config.train.elite_batch_size=16", "--config.train.total_steps=3", "--config.train.log_every=1",
-        "--config.train.checkpoint_every=3", "--config.train.eval_every=3", "--config.data.num_threads=1",
-        "--config.data.synthetic.train_records=200", "--config.data.synthetic.elite_records=64",
-        "--config.data.synthetic.heldout_per_class=4", "--config.data.synthetic.heldout_pairs=16",
+ARGS = [*faults.TINY_DEMO_ARGS, "--config.train.total_steps=3", "--config.train.checkpoint_every=3",
+        "--config.train.eval_every=3",
         # Dropout masks are drawn per batch position, and two processes interleave the global batch in
         # another order than one process: without dropout the two runs see the same function.
         "--config.model.reference.dropout=0.0"]
@@ -25,11 +21,8 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(workdir, extra=(), process_id=None):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TRANSFORMERS_VERBOSITY="error")
-  env.pop("XLA_FLAGS", None)
-  return subprocess.Popen([sys.executable, "-m", "keepfit_jax.main", *ARGS, f"--workdir={workdir}", *extra],
-                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def launch(workdir, extra=()):
+  return faults.start_run([*ARGS, *extra], workdir)
 
 
 def wait_all(procs, timeout=420):

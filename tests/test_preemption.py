@@ -17,11 +17,8 @@ import pytest
 from keepfit_jax import train
 from keepfit_jax.testing import faults
 
-ARGS = ["--config=configs/cfp.py:demo", "--config.image_size=64", "--config.train.batch_size=16",
-        "--config.train.elite_batch_size=16", "--config.train.total_steps=40", "--config.train.log_every=1",
-        "--config.train.checkpoint_every=10", "--config.train.eval_every=1000", "--config.data.num_threads=1",
-        "--config.data.synthetic.train_records=200", "--config.data.synthetic.elite_records=64",
-        "--config.data.synthetic.heldout_per_class=4", "--config.data.synthetic.heldout_pairs=16"]
+ARGS = [*faults.TINY_DEMO_ARGS, "--config.train.total_steps=40", "--config.train.checkpoint_every=10",
+        "--config.train.eval_every=1000"]
 
 
 def finish(proc, timeout=400):

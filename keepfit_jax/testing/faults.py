@@ -36,9 +36,20 @@ def logged_steps(workdir: str, key: str = "train/loss") -> list[int]:
   return out
 
 
+# The CFP demo shrunk to seconds a step on a CPU: 64 px, 16 + 16 images, a few hundred records.
+TINY_DEMO_ARGS = ("--config=configs/cfp.py:demo", "--config.image_size=64", "--config.train.batch_size=16",
+                  "--config.train.elite_batch_size=16", "--config.train.log_every=1", "--config.data.num_threads=1",
+                  "--config.data.synthetic.train_records=200", "--config.data.synthetic.elite_records=64",
+                  "--config.data.synthetic.heldout_per_class=4", "--config.data.synthetic.heldout_pairs=16")
+
+
 def start_run(args: Sequence[str], workdir: str) -> subprocess.Popen:
-  """`python -m keepfit_jax.main ARGS --workdir=WORKDIR` in a child process (output captured)."""
+  """`python -m keepfit_jax.main ARGS --workdir=WORKDIR` in a child process (output captured).
+
+  The child gets its own devices: the parent's fake-device XLA flags are not passed on.
+  """
   env = dict(os.environ, JAX_PLATFORMS="cpu", TRANSFORMERS_VERBOSITY="error")
+  env.pop("XLA_FLAGS", None)
   return subprocess.Popen([sys.executable, "-m", "keepfit_jax.main", *args, f"--workdir={workdir}"], cwd=REPO,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
